@@ -198,17 +198,19 @@ def save_pretrained(
         raise TypeError(f"model must be a timm model, got {type(model).__name__}")
     labels = _check_labels(labels, getattr(model, "num_classes", -1))
     data_config = _check_data_config(data_config)
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        dtype = _DTYPES[dtype]
+    if dtype is not None and dtype not in _DTYPES.values():
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype}")
     if calibration is not None:
         calibration = _check_calibration(calibration)
         model = bake_temperature(model, calibration["temperature"])
-    if dtype is not None:
-        if isinstance(dtype, str):
-            if dtype not in _DTYPES:
-                raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-            dtype = _DTYPES[dtype]
-        if dtype not in _DTYPES.values():
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype}")
-        model = copy.deepcopy(model).to(dtype)
+    else:
+        model = copy.deepcopy(model)
+    # safetensors needs contiguous tensors (a channels_last model has none)
+    model = model.to(dtype=dtype, memory_format=torch.contiguous_format)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
