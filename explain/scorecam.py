@@ -1,0 +1,125 @@
+"""Score-CAM, exact and fast.
+
+Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional Neural Networks",
+CVPR Workshops 2020. Each channel ``A^k`` of the layer, upsampled to the input size and min-max
+scaled to [0, 1], masks the input; the class score of the masked input weights the channel:
+
+    H^k  = (up(A^k) - min) / (max - min)
+    s_k  = Y^c(X * H^k)
+    w_k  = softmax_k(s_k)
+    L^c  = ReLU(sum_k w_k A^k)
+
+The score is the raw logit and the weights its softmax over channels, as in pytorch-grad-cam
+(the test oracle); the paper's reference code uses the softmax probability instead.
+
+``mode="exact"`` scores every channel. It batches masked forwards under ``inference_mode`` and
+scores identical masks once: channels that are constant (dead ReLU channels are common in
+``layer4``) all give the all-zero mask, and equal low-resolution maps give equal masks, so the
+result is the same as scoring each channel. ``mode="fast"`` (the default) scores only the
+``top_k`` channels with the largest Grad-CAM contribution ``mean(dY/dA^k) * mean(A^k)`` (one
+backward pass), with masked passes at ``scale`` times the input resolution; the other channels get
+weight 0. Fidelity to exact is measured in ``bench/explain_latency.py`` and BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from explain.base import BaseCAM
+from explain.capture import capture, resolve_targets
+
+MODES = ("fast", "exact")
+
+
+class ScoreCAM(BaseCAM):
+    """Score-CAM with batched masked forwards.
+
+    Args:
+        model: Classifier in eval mode (never modified).
+        layer: Module path or submodule.
+        mode: ``"fast"`` (top-k channels at reduced resolution) or ``"exact"`` (every channel).
+        batch_size: Masked images per forward pass.
+        top_k: Channels scored in fast mode.
+        scale: Input-resolution factor of the masked passes in fast mode, in (0, 1].
+    """
+
+    name = "scorecam"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | nn.Module = "layer4",
+        *,
+        mode: str = "fast",
+        batch_size: int = 16,
+        top_k: int = 48,
+        scale: float = 0.5,
+    ) -> None:
+        super().__init__(model, layer)
+        if mode not in MODES:
+            raise ValueError(f"unknown Score-CAM mode {mode!r}; valid modes are {list(MODES)}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+        if not 0 < scale <= 1:
+            raise ValueError(f"scale must be in (0, 1], got {scale!r}")
+        self.mode = mode
+        self.batch_size = batch_size
+        self.top_k = top_k
+        self.scale = scale
+
+    def layer_map(
+        self, x: Tensor, target: int | list[int] | Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Score-weighted activations at the layer's resolution, logits and targets."""
+        with capture(self.model, self.layer) as cap:
+            if self.mode == "exact":
+                logits = cap.forward(x, grad=False)
+                targets = resolve_targets(logits, target)
+                acts = cap.activations.float()
+                importance = None
+            else:
+                logits = cap.forward(x)
+                targets = resolve_targets(logits, target)
+                grads = cap.gradients(logits, targets).float()
+                acts = cap.activations.detach().float()
+                importance = grads.mean(dim=(2, 3)) * acts.mean(dim=(2, 3))
+        if importance is not None and self.scale < 1:
+            size = [max(8, round(s * self.scale)) for s in x.shape[-2:]]
+            x = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True).to(x.dtype)
+        cams = []
+        for b in range(x.shape[0]):
+            channels = torch.arange(acts.shape[1], device=acts.device)
+            if importance is not None:
+                k = min(self.top_k, acts.shape[1])
+                channels = importance[b].topk(k).indices
+            scores = self._channel_scores(x[b], acts[b, channels], int(targets[b]))
+            weights = torch.softmax(scores, dim=0)
+            cams.append((weights[:, None, None] * acts[b, channels]).sum(dim=0))
+        return torch.stack(cams), logits, targets
+
+    def _channel_scores(self, image: Tensor, maps: Tensor, target: int) -> Tensor:
+        """Target logit of ``image`` masked by each of ``maps`` (K, h, w); identical masks once."""
+        flat = maps.flatten(1)
+        constant = flat.max(dim=1).values == flat.min(dim=1).values
+        keys = torch.where(constant[:, None], torch.zeros_like(flat), flat)
+        unique, inverse = torch.unique(keys, dim=0, return_inverse=True)
+        unique = unique.view(-1, *maps.shape[1:])
+        scores = []
+        with torch.inference_mode():
+            for start in range(0, unique.shape[0], self.batch_size):
+                masks = F.interpolate(
+                    unique[start : start + self.batch_size, None],
+                    size=image.shape[-2:],
+                    mode="bilinear",
+                    align_corners=True,
+                )
+                lo = masks.amin(dim=(2, 3), keepdim=True)
+                hi = masks.amax(dim=(2, 3), keepdim=True)
+                masks = (masks - lo) / (hi - lo + 1e-8)
+                logits = self.model(image[None] * masks.to(image.dtype))
+                scores.append(logits[:, target].float())
+        return torch.cat(scores)[inverse]
