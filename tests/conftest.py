@@ -13,8 +13,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.manual_seed(0)
 
@@ -28,4 +28,6 @@ def isic_tables_dir():
     for candidate in (here / "shared" / "isic2019", here.parent / "shared" / "isic2019"):
         if (candidate / "ISIC_2019_Training_GroundTruth.csv").exists():
             return candidate
-    pytest.fail("ISIC 2019 tables not found in ../shared/isic2019 (CI copies shared/ beside the clone)")
+    pytest.fail(
+        "ISIC 2019 tables not found in ../shared/isic2019 (CI copies shared/ beside the clone)"
+    )
