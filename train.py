@@ -286,7 +286,7 @@ def load_data(cfg: TrainConfig, data_config: dict[str, Any]):
         **loader_kwargs,
     )
     val_dl = DataLoader(LesionImages(validation, eval_transform(data_config)), **loader_kwargs)
-    return train_dl, val_dl, sampler, train_labels, validation
+    return train_dl, val_dl, train_labels, validation
 
 
 def loss_weights(cfg: TrainConfig, train_labels: np.ndarray) -> torch.Tensor | None:
@@ -380,6 +380,7 @@ class TrainState:
     best_score: float = -1.0
     best_epoch: int = -1
     stale_epochs: int = 0
+    epoch_loss_sum: float = 0.0  # of the current epoch up to global_step (mean over processes)
     history: list = dataclasses.field(default_factory=list)
 
     def state_dict(self) -> dict[str, Any]:
@@ -452,7 +453,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         model=model, args={"input_size": (3, cfg.image_size, cfg.image_size)}
     )
     with accelerator.main_process_first():
-        train_dl, val_dl, sampler, train_labels, validation = load_data(cfg, data_config)
+        train_dl, val_dl, train_labels, validation = load_data(cfg, data_config)
 
     steps_per_epoch = len(train_dl)
     if cfg.channels_last:
@@ -484,15 +485,22 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     batches_per_epoch = len(train_dl)
     start_epoch, skip = divmod(state.global_step, batches_per_epoch)
     best_path = out / "checkpoints" / "best" / "model.safetensors"
+    if cfg.resume_from_checkpoint and accelerator.is_main_process:
+        # resuming into another output folder: bring the best weights seen so far along
+        previous_best = Path(cfg.resume_from_checkpoint).parent / "best" / "model.safetensors"
+        if previous_best.is_file() and previous_best.resolve() != best_path.resolve():
+            best_path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(previous_best, best_path)
 
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.early_stopping_patience and state.stale_epochs >= cfg.early_stopping_patience:
             accelerator.print(f"early stopping: no balanced-accuracy gain for {state.stale_epochs}")
             break
         model.train()
-        sampler.set_epoch(epoch)
+        train_dl.set_epoch(epoch)  # reaches EpochSampler; the skipping loader copies the epoch
         loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
-        total_loss, seen = torch.zeros((), device=accelerator.device), 0
+        done = skip  # batches of this epoch trained before a resume
+        total_loss = torch.tensor(state.epoch_loss_sum if skip else 0.0, device=accelerator.device)
         bar = tqdm(
             loader,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -511,15 +519,16 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
             state.global_step += 1
             total_loss += loss.detach()
-            seen += 1
+            done += 1
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if cfg.checkpointing_steps and state.global_step % cfg.checkpointing_steps == 0:
+                state.epoch_loss_sum = accelerator.reduce(total_loss, reduction="mean").item()
                 save_checkpoint(accelerator, out, state, cfg.checkpoints_total_limit)
         skip = 0
 
         logits, labels = predict(model, val_dl, accelerator, cfg.channels_last)
         metrics = classification_metrics(logits, labels)
-        train_loss = accelerator.reduce(total_loss / max(seen, 1), reduction="mean").item()
+        train_loss = accelerator.reduce(total_loss / max(done, 1), reduction="mean").item()
         recall = {k: v["recall"] for k, v in metrics["per_class"].items()}
         state.history.append(
             {"epoch": epoch + 1, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0]}
