@@ -97,8 +97,8 @@ class TrainConfig:
     conformal_alpha: float = 0.1
     conformal_method: str = "lac"
     calibration_fraction: float = 0.5
-    # explanations (when the data has masks)
-    explain_max_images: int = 32
+    # explanations (when the data has masks); 0 skips the evaluation
+    explain_max_images: int = 16
     # hardware and bookkeeping
     num_workers: int = 4
     channels_last: bool = True
@@ -427,7 +427,7 @@ def plot_confusion_matrix(matrix: list[list[int]], path: Path) -> Path:
 
 
 def _explanation_report(cfg: TrainConfig, out: Path, has_masks: bool) -> str | None:
-    if not has_masks or cfg.data_dir is None:
+    if not has_masks or cfg.data_dir is None or cfg.explain_max_images == 0:
         return None
     try:
         from explain.evaluate import evaluate_explanations, to_markdown

@@ -40,6 +40,7 @@ def _config(data_dir: Path, out: Path, **overrides) -> train.TrainConfig:
         "use_cache": False,
         "checkpointing_steps": 2,
         "checkpoints_total_limit": 10,
+        "explain_max_images": 0,  # explain.evaluate has its own tests
     }
     return train.TrainConfig(**(args | overrides))
 
@@ -242,7 +243,7 @@ def test_ddp_two_cpu_processes_evaluate_each_image_once(synth_dir, trained, tmp_
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         str(ROOT / "train.py"), "--data_dir", str(synth_dir), "--output_dir", str(tmp_path),
         "--model_name", "resnet18", "--no-pretrained", "--image_size", "64", "--epochs", "1",
-        "--batch_size", "8", "--num_workers", "0", "--no-use_cache",
+        "--batch_size", "8", "--num_workers", "0", "--no-use_cache", "--explain_max_images", "0",
     ]  # fmt: skip
     env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
