@@ -1,0 +1,78 @@
+"""Score-CAM exact against pytorch-grad-cam; fast mode close to exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+from pytorch_grad_cam import ScoreCAM as OracleScoreCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from scipy.stats import spearmanr
+
+from explain.scorecam import ScoreCAM
+
+
+@pytest.fixture(scope="module")
+def resnet50():
+    torch.manual_seed(0)
+    return timm.create_model("resnet50", num_classes=9).eval()
+
+
+@pytest.mark.slow
+def test_exact_matches_pytorch_grad_cam(resnet50):
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    ours = ScoreCAM(resnet50, "layer4", mode="exact", batch_size=64)(x)
+    oracle = OracleScoreCAM(resnet50, [resnet50.layer4])
+    oracle.batch_size = 64
+    ref = oracle(x, [ClassifierOutputTarget(int(ours.targets[0]))])
+    assert np.corrcoef(ours.heatmaps.numpy().ravel(), ref.ravel())[0, 1] >= 0.99
+
+
+def test_exact_dedupes_identical_masks_without_changing_result():
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=9).eval()
+    x = torch.randn(1, 3, 48, 48)
+    cam = ScoreCAM(model, "layer3", mode="exact", batch_size=32)
+    maps = torch.rand(6, 3, 3)
+    maps[4] = maps[1]
+    maps[5] = 0.0
+    maps[2] = 0.7  # constant -> all-zero mask, like maps[5]
+    got = cam._channel_scores(x[0], maps, 2)
+    want = []
+    for k in range(6):
+        m = torch.nn.functional.interpolate(
+            maps[k][None, None], size=(48, 48), mode="bilinear", align_corners=True
+        )
+        # a constant channel masks everything out (its upsampling may add float noise that
+        # the division by max - min would blow up, so the reference sets it exactly)
+        m = (
+            torch.zeros_like(m)
+            if maps[k].max() == maps[k].min()
+            else (m - m.min()) / (m.max() - m.min() + 1e-8)
+        )
+        with torch.no_grad():
+            want.append(model(x * m)[0, 2])
+    torch.testing.assert_close(got, torch.stack(want), atol=1e-4, rtol=1e-4)
+
+
+def test_fast_close_to_exact():
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=9).eval()
+    x = torch.randn(1, 3, 64, 64)
+    exact = ScoreCAM(model, "layer4", mode="exact")(x)
+    fast = ScoreCAM(model, "layer4")(x)
+    assert fast.targets.tolist() == exact.targets.tolist()
+    rho = spearmanr(fast.heatmaps.numpy().ravel(), exact.heatmaps.numpy().ravel()).statistic
+    assert rho > 0.8
+    assert fast.heatmaps.min() >= 0 and fast.heatmaps.max() <= 1
+
+
+def test_bad_arguments():
+    model = timm.create_model("resnet18", num_classes=9).eval()
+    with pytest.raises(ValueError, match=r"fast.*exact"):
+        ScoreCAM(model, mode="quick")
+    with pytest.raises(ValueError, match="scale"):
+        ScoreCAM(model, scale=0)
+    with pytest.raises(ValueError, match="top_k"):
+        ScoreCAM(model, top_k=0)
