@@ -1,0 +1,158 @@
+"""Latency of our CAMs against pytorch-grad-cam, torch-cam and Captum, in one process.
+
+Run (torch keeps its default thread count; the script prints it)::
+
+    python bench/explain_latency.py                 # fast peers only
+    python bench/explain_latency.py --slow-peers    # + exact Score-CAMs (minutes)
+    python bench/explain_latency.py --fidelity 50 --device cuda   # fast vs exact Score-CAM only
+
+Same random-init ResNet-50 (9 classes), same 224x224 image, same machine; median of ``--repeats``
+runs after one warm-up. Ratios are peer seconds / our seconds (> 1: we are faster). With
+``--fidelity N`` it generates N SynthDerm images and reports the Spearman correlation between
+fast and exact Score-CAM maps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from scipy.stats import spearmanr
+
+
+def _time(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs)
+
+
+def latency(model: torch.nn.Module, x: torch.Tensor, repeats: int, slow_peers: bool) -> None:
+    """Print seconds per method for ours and the peers, and the ratios."""
+    from captum.attr import LayerAttribution, LayerGradCam
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torchcam.methods import GradCAMpp as TCGradCAMpp
+
+    from explain import make_method
+
+    target = int(model(x).argmax())
+    ours = {
+        "gradcam": make_method("gradcam", model),
+        "gradcam++": make_method("gradcam++", model),
+        "scorecam (fast)": make_method("scorecam", model),
+    }
+    results = {f"ours {k}": _time(lambda c=c: c(x, target), repeats) for k, c in ours.items()}
+    if slow_peers:
+        exact = make_method("scorecam", model, mode="exact")
+        results["ours scorecam (exact)"] = _time(lambda: exact(x, target), 0)
+    pgc_target = [ClassifierOutputTarget(target)]
+    for name, cls in (("gradcam", GradCAM), ("gradcam++", GradCAMPlusPlus)):
+        cam = cls(model, [model.layer4])
+        results[f"pytorch-grad-cam {name}"] = _time(lambda c=cam: c(x, pgc_target), repeats)
+    if slow_peers:
+        cam = ScoreCAM(model, [model.layer4])
+        cam.batch_size = 16
+        results["pytorch-grad-cam scorecam (exact)"] = _time(lambda: cam(x, pgc_target), 0)
+
+    def torchcam_pp() -> None:
+        extractor = TCGradCAMpp(model, target_layer="layer4")
+        try:
+            extractor(target, model(x))
+        finally:
+            extractor.remove_hooks()
+
+    results["torch-cam gradcam++"] = _time(torchcam_pp, repeats)
+
+    def captum_gradcam() -> None:
+        attr = LayerGradCam(model, model.layer4).attribute(x, target, relu_attributions=True)
+        LayerAttribution.interpolate(attr, tuple(x.shape[-2:]), "bilinear")
+
+    results["captum gradcam"] = _time(captum_gradcam, repeats)
+    all_three = (
+        results["ours gradcam"] + results["ours gradcam++"] + results["ours scorecam (fast)"]
+    )
+    print(f"torch threads: {torch.get_num_threads()}, input {tuple(x.shape)}, fp32")
+    print(f"{'method':40s} {'seconds':>9s} {'peer/ours':>10s}")
+    for name, sec in results.items():
+        method = name.split(" ", 1)[1]
+        mine = results.get(f"ours {method}")
+        ratio = f"{sec / mine:9.2f}x" if mine and not name.startswith("ours") else ""
+        print(f"{name:40s} {sec:9.3f} {ratio:>10s}")
+    print(f"{'ours, all three methods (fast Score-CAM)':40s} {all_three:9.3f}")
+    print("torch-cam scorecam: not run (it did not finish within 4 minutes in the issue's run)")
+
+
+def fidelity(model: torch.nn.Module, n: int, size: int, device: str) -> None:
+    """Spearman correlation of fast vs exact Score-CAM over ``n`` SynthDerm images."""
+    from explain import Explainer, make_method
+    from lesions.synth import generate
+
+    cfg = timm.data.resolve_data_config({"input_size": (3, size, size)}, model=model)
+    explainer = Explainer(model, [f"c{i}" for i in range(model.num_classes)], cfg)
+    fast = make_method("scorecam", model)
+    exact = make_method("scorecam", model, mode="exact", batch_size=128)
+    rhos, t_fast, t_exact = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = generate(tmp, n, seed=0, image_size=size + size // 8)
+        for path in sorted((Path(folder) / "ISIC_2019_Training_Input").glob("*.jpg")):
+            _, x, _ = explainer.preprocess(path)
+            start = time.perf_counter()
+            f = fast(x)
+            t_fast.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            e = exact(x)
+            t_exact.append(time.perf_counter() - start)
+            rhos.append(spearmanr(f.heatmaps.cpu().ravel(), e.heatmaps.cpu().ravel()).statistic)
+    rhos_arr = np.asarray(rhos)
+    print(f"fast vs exact Score-CAM over {n} SynthDerm images ({size}px, {device}):")
+    print(
+        f"  Spearman mean {rhos_arr.mean():.3f}, median {np.median(rhos_arr):.3f}, "
+        f"min {rhos_arr.min():.3f}, share >= 0.9: {(rhos_arr >= 0.9).mean():.2f}"
+    )
+    print(
+        f"  median seconds: fast {statistics.median(t_fast):.3f}, "
+        f"exact {statistics.median(t_exact):.3f}"
+    )
+
+
+def main() -> None:
+    """Parse flags and run the benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--slow-peers",
+        action="store_true",
+        help="also run exact Score-CAM, ours and pytorch-grad-cam's (minutes)",
+    )
+    parser.add_argument("--fidelity", type=int, default=0, help="images for fast-vs-exact")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default="resnet50", help="timm name or saved model folder")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    if Path(args.model).is_dir():  # a saved (trained) model folder
+        from hf_model.loading import load_model
+
+        model = load_model(args.model, device=args.device).model
+    else:
+        model = timm.create_model(args.model, num_classes=9).eval().to(args.device)
+    if args.fidelity:
+        fidelity(model, args.fidelity, args.size, args.device)
+        return
+    x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    latency(model, x.to(args.device), args.repeats, args.slow_peers)
+
+
+if __name__ == "__main__":
+    main()
