@@ -255,3 +255,20 @@ def test_ddp_two_cpu_processes_evaluate_each_image_once(synth_dir, trained, tmp_
     assert [row["support"] for row in metrics["validation"]["per_class"].values()] == [
         row["support"] for row in single["validation"]["per_class"].values()
     ]
+
+
+def test_throughput_benchmark_runs_a_few_cpu_steps(tmp_path):
+    from bench.train_throughput import main as bench_main
+
+    out = tmp_path / "bench.json"
+    argv = ["--device", "cpu", "--model", "resnet18", "--input-size", "32", "--source-size", "96",
+            "--images", "16", "--batch-study", "4", "--batch-ours", "8", "--num-workers", "0",
+            "--steps", "2", "--json", str(out)]  # fmt: skip
+    results = bench_main(argv)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    for setup in ("study", "ours"):
+        assert results[setup]["steps"] == 2 and results[setup]["images_per_s"] > 0
+    assert results["ours"]["layout"] == "channels_last" and results["study"]["batch_size"] == 4
+    assert results["ratio_ours_vs_study"] == pytest.approx(
+        results["ours"]["images_per_s"] / results["study"]["images_per_s"]
+    )
