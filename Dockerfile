@@ -25,9 +25,12 @@ ENV HOME=/home/user \
     HF_HOME=/home/user/.cache/huggingface \
     GRADIO_ANALYTICS_ENABLED=False \
     GRADIO_SERVER_NAME=0.0.0.0 \
-    GRADIO_SERVER_PORT=7860
+    GRADIO_SERVER_PORT=7860 \
+    DERMXAI_EXAMPLES_DIR=/home/user/examples
 
 COPY --chown=user:user . .
+# The SynthDerm examples (images + lesion masks) are made once here, not at every cold start.
+RUN python -c "import app; print(len(app.load_examples()), 'examples in', app.examples_dir())"
 
 EXPOSE 7860
 
