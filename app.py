@@ -312,12 +312,11 @@ def verdict_markdown(explanation: Explanation) -> str:
     return f"{banner}\n\n{detail}"
 
 
-def mask_scores_markdown(explanation: Explanation, methods: Sequence[str], example: Example) -> str:
+def mask_scores_markdown(heatmaps: dict[str, np.ndarray], example: Example) -> str:
     """Score each method's heatmap against an example's ground-truth lesion mask.
 
     Args:
-        explanation: The explainer's result (heatmaps at the image's size).
-        methods: UI method names, in display order.
+        heatmaps: UI method name -> heatmap at the image's size, in display order.
         example: The example whose mask is known.
 
     Returns:
@@ -331,8 +330,7 @@ def mask_scores_markdown(explanation: Explanation, methods: Sequence[str], examp
             "| method | IoU with mask | pointing game |",
             "|---|---|---|",
         ]
-        for name in methods:
-            heatmap = explanation.heatmaps[METHODS[name]]
+        for name, heatmap in heatmaps.items():
             height, width = heatmap.shape
             if mask_image.size != (width, height):
                 mask_image = mask_image.resize((width, height), Image.Resampling.NEAREST)
@@ -347,7 +345,7 @@ def explain_image(
     image: Any,
     methods: Sequence[str] | str | None,
     layer: str | None,
-    progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 (Gradio's idiom)
+    progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's idiom)
 ) -> tuple[dict[str, float], list[tuple[Image.Image, str]], str, str, str]:
     """Classify an image and explain it with the chosen CAM methods at one layer.
 
@@ -355,7 +353,7 @@ def explain_image(
         image: A file path, a Gradio FileData dict, raw bytes or a PIL image.
         methods: Some of ``"Grad-CAM"``, ``"Grad-CAM++"``, ``"Score-CAM"``.
         layer: One of ``"layer1"`` … ``"layer4"``.
-        progress: Gradio's progress tracker (Score-CAM runs one forward pass per channel batch).
+        progress: Gradio's progress tracker, advanced once per method (Score-CAM is the slow one).
 
     Returns:
         (calibrated probabilities for ``gr.Label``, [(overlay, method)], text, verdict markdown,
@@ -368,23 +366,23 @@ def explain_image(
     layer = _check_layer(layer)
     picture, digest = _read_upload(image)
     service = _service()
-    slow = " (Score-CAM runs many forward passes)" if "Score-CAM" in names else ""
-    progress(0.0, desc=f"Explaining with {', '.join(names)} at {layer}{slow}")
-    explanation = _explain(service, picture, names, layer)
-    overlays = [(explanation.overlays[METHODS[name]], name) for name in names]
+    parts = []
+    for index, name in enumerate(names):  # one call per method, so progress advances per method
+        slow = " (many masked forward passes)" if name == "Score-CAM" else ""
+        progress((index, len(names)), desc=f"{name} at {layer}{slow}", unit="methods")
+        parts.append(_explain(service, picture, [name], layer))
+    first = parts[0]  # label, probabilities, prediction set and text are the same in every part
+    heatmaps = {name: part.heatmaps[METHODS[name]] for name, part in zip(names, parts, strict=True)}
+    overlays = [
+        (part.overlays[METHODS[name]], name) for name, part in zip(names, parts, strict=True)
+    ]
     example = _examples_by_digest().get(digest) if digest else None
     scores = (
-        mask_scores_markdown(explanation, names, example)
+        mask_scores_markdown(heatmaps, example)
         if example is not None
         else "No ground-truth mask for this image (IoU and pointing game need an example)."
     )
-    return (
-        dict(explanation.probabilities),
-        overlays,
-        explanation.text,
-        verdict_markdown(explanation),
-        scores,
-    )
+    return dict(first.probabilities), overlays, first.text, verdict_markdown(first), scores
 
 
 @_zero_gpu
@@ -496,7 +494,7 @@ def build_demo() -> gr.Blocks:
                     verdict = gr.Markdown(elem_id="verdict")
                     label = gr.Label(num_top_classes=3, label="Calibrated confidence (top 3)")
                     overlays = gr.Gallery(
-                        format="png", columns=3, label="Overlays", elem_id="overlays"
+                        format="png", columns=3, height="auto", label="Overlays", elem_id="overlays"
                     )
                     text = gr.Markdown(elem_id="explanation-text")
                     scores = gr.Markdown(elem_id="mask-scores")
@@ -515,7 +513,9 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     compare_method = gr.Dropdown(list(METHODS), value="Grad-CAM", label="Method")
                     compare = gr.Button("Compare layers", elem_id="compare")
-                layers_gallery = gr.Gallery(format="png", columns=4, label="Overlays per layer")
+                layers_gallery = gr.Gallery(
+                    format="png", columns=4, height="auto", label="Overlays per layer"
+                )
         with gr.Tab("Model"):
             gr.Markdown(f"Serving `{loaded.source}`.")
             with gr.Row():
