@@ -17,8 +17,10 @@ scores identical masks once: channels that are constant (dead ReLU channels are 
 ``layer4``) all give the all-zero mask, and equal low-resolution maps give equal masks, so the
 result is the same as scoring each channel. ``mode="fast"`` (the default) scores only the
 ``top_k`` channels with the largest Grad-CAM contribution ``mean(dY/dA^k) * mean(A^k)`` (one
-backward pass), with masked passes at ``scale`` times the input resolution; the other channels get
-weight 0. Fidelity to exact is measured in ``bench/explain_latency.py`` and BENCHMARKS.md.
+backward pass), with masked passes at ``scale`` times the input resolution but never below
+``min_side`` pixels (below ~112 px layer4 collapses to 1-2 cells and the scores stop tracking the
+full-resolution ones); the other channels get weight 0. Fidelity to exact is measured in
+``bench/explain_latency.py`` and BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class ScoreCAM(BaseCAM):
         batch_size: Masked images per forward pass.
         top_k: Channels scored in fast mode.
         scale: Input-resolution factor of the masked passes in fast mode, in (0, 1].
+        min_side: Smallest side, in pixels, of the masked passes in fast mode (never above the
+            input's own size).
     """
 
     name = "scorecam"
@@ -56,6 +60,7 @@ class ScoreCAM(BaseCAM):
         batch_size: int = 16,
         top_k: int = 48,
         scale: float = 0.5,
+        min_side: int = 112,
     ) -> None:
         super().__init__(model, layer)
         if mode not in MODES:
@@ -66,10 +71,13 @@ class ScoreCAM(BaseCAM):
             raise ValueError(f"top_k must be a positive int, got {top_k!r}")
         if not 0 < scale <= 1:
             raise ValueError(f"scale must be in (0, 1], got {scale!r}")
+        if not isinstance(min_side, int) or min_side < 1:
+            raise ValueError(f"min_side must be a positive int, got {min_side!r}")
         self.mode = mode
         self.batch_size = batch_size
         self.top_k = top_k
         self.scale = scale
+        self.min_side = min_side
 
     def layer_map(
         self, x: Tensor, target: int | list[int] | Tensor | None
@@ -87,8 +95,8 @@ class ScoreCAM(BaseCAM):
                 grads = cap.gradients(logits, targets).float()
                 acts = cap.activations.detach().float()
                 importance = grads.mean(dim=(2, 3)) * acts.mean(dim=(2, 3))
-        if importance is not None and self.scale < 1:
-            size = [max(8, round(s * self.scale)) for s in x.shape[-2:]]
+        size = [min(s, max(self.min_side, round(s * self.scale))) for s in x.shape[-2:]]
+        if importance is not None and size != list(x.shape[-2:]):
             x = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True).to(x.dtype)
         cams = []
         for b in range(x.shape[0]):

@@ -76,3 +76,24 @@ def test_bad_arguments():
         ScoreCAM(model, scale=0)
     with pytest.raises(ValueError, match="top_k"):
         ScoreCAM(model, top_k=0)
+    with pytest.raises(ValueError, match="min_side"):
+        ScoreCAM(model, min_side=0)
+
+
+@pytest.mark.parametrize(
+    ("side", "scale", "min_side", "expected"),
+    [(256, 0.25, 112, 112), (256, 0.5, 112, 128), (64, 0.5, 112, 64), (200, 1.0, 112, 200)],
+)
+def test_fast_masked_pass_resolution(side, scale, min_side, expected):
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=9).eval()
+    seen = []
+    handle = model.conv1.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape))
+    try:
+        ScoreCAM(model, "layer4", scale=scale, min_side=min_side, top_k=2)(
+            torch.randn(1, 3, side, side)
+        )
+    finally:
+        handle.remove()
+    assert seen[0][-2:] == (side, side)  # the forward pass that picks the channels
+    assert {tuple(shape[-2:]) for shape in seen[1:]} == {(expected, expected)}
