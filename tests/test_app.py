@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import struct
@@ -139,20 +138,9 @@ def model_dir(tmp_path_factory):
     return make_model_dir(tmp_path_factory.mktemp("tiny-model"))
 
 
-@contextlib.contextmanager
-def one_torch_thread():
-    """One intra-op thread: tiny models run several times faster on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def serve_tiny_model(model_dir, tmp_path_factory):
-    with one_torch_thread(), pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MODEL_ID", str(model_dir))
         patch.setenv("DERMXAI_EXAMPLES_DIR", str(tmp_path_factory.mktemp("ex") / "examples"))
         app.load_examples.cache_clear()

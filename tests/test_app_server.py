@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-from test_app import ALL_METHODS, bad_uploads, make_model_dir, odd_uploads, one_torch_thread
+from test_app import ALL_METHODS, bad_uploads, make_model_dir, odd_uploads
 
 import app
 
@@ -30,7 +30,7 @@ def _free_port() -> int:
 def serve_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Serve a tiny resnet18 export on a free localhost port; yield the server's URL."""
     model_dir = make_model_dir(tmp_path_factory.mktemp("tiny-model"))
-    with one_torch_thread(), pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MODEL_ID", str(model_dir))
         patch.setenv("DERMXAI_EXAMPLES_DIR", str(tmp_path_factory.mktemp("ex") / "examples"))
         app.load_examples.cache_clear()
