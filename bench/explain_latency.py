@@ -30,8 +30,10 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
 
-def _time(fn: Callable[[], object], repeats: int) -> float:
-    fn()
+def _time(fn: Callable[[], object], repeats: int, *, warmup: bool = True) -> float:
+    """Median seconds of ``repeats`` runs, after one untimed warm-up run unless ``warmup=False``."""
+    if warmup:
+        fn()
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -58,7 +60,7 @@ def latency(model: torch.nn.Module, x: torch.Tensor, repeats: int, slow_peers: b
     results = {f"ours {k}": _time(lambda c=c: c(x, target), repeats) for k, c in ours.items()}
     if slow_peers:
         exact = make_method("scorecam", model, mode="exact")
-        results["ours scorecam (exact)"] = _time(lambda: exact(x, target), 0)
+        results["ours scorecam (exact)"] = _time(lambda: exact(x, target), 1, warmup=False)
     pgc_target = [ClassifierOutputTarget(target)]
     for name, cls in (("gradcam", GradCAM), ("gradcam++", GradCAMPlusPlus)):
         cam = cls(model, [model.layer4])
@@ -66,7 +68,9 @@ def latency(model: torch.nn.Module, x: torch.Tensor, repeats: int, slow_peers: b
     if slow_peers:
         cam = ScoreCAM(model, [model.layer4])
         cam.batch_size = 16
-        results["pytorch-grad-cam scorecam (exact)"] = _time(lambda: cam(x, pgc_target), 0)
+        results["pytorch-grad-cam scorecam (exact)"] = _time(
+            lambda: cam(x, pgc_target), 1, warmup=False
+        )
 
     def torchcam_pp() -> None:
         extractor = TCGradCAMpp(model, target_layer="layer4")
