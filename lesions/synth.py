@@ -34,6 +34,7 @@ time stamp or random id is written.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ from lesions.isic import (
 )
 
 ARTIFACT_DIR = "artifacts"
+PROVENANCE_FILE = "SYNTHDERM.json"
+"""Written beside the tables so that anything trained on the folder knows its data is synthetic."""
 ARTIFACT_SUFFIX = "_artifact.png"
 JPEG_QUALITY = 90
 
@@ -538,7 +541,24 @@ def generate(
     meta_df = pd.DataFrame(meta)
     meta_df["age_approx"] = meta_df["age_approx"].astype("Int64")
     meta_df.to_csv(out / METADATA_CSV, index=False)
+    provenance = {
+        "generator": "SynthDerm",
+        "n": n,
+        "seed": seed,
+        "image_size": image_size,
+        "artifacts": artifacts,
+        "artifact_class": artifact_class,
+        "artifact_correlation": artifact_correlation,
+        "balanced": balanced,
+    }
+    (out / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
     return out
+
+
+def read_provenance(data_dir: str | Path) -> dict | None:
+    """Return the SynthDerm parameters a folder was generated with, or None for real data."""
+    path = Path(data_dir) / PROVENANCE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -98,6 +98,18 @@ def test_card_includes_explanation_table(tmp_path):
     assert "No explanation evaluation" not in card.text
 
 
+def test_card_flags_synthetic_training_data(tmp_path):
+    real = render_model_card(tmp_path / "real", metrics=_metrics(), config=CONFIG)
+    assert "Trained on synthetic lesions" not in real.text
+    metrics = _metrics() | {
+        "synthetic_data": {"generator": "SynthDerm", "n": 2400, "seed": 7, "image_size": 256}
+    }
+    card = render_model_card(tmp_path / "synth", metrics=metrics, config=CONFIG)
+    assert "Trained on synthetic lesions" in card.text
+    assert "SynthDerm\n> (2400 generated images, seed 7" in card.text
+    assert "predictions on real dermoscopic photos mean nothing" in card.text
+
+
 def test_card_without_conformal_says_so(tmp_path):
     metrics = _metrics()
     metrics["calibration"]["conformal"] = None

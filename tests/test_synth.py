@@ -9,7 +9,7 @@ from PIL import Image
 from scipy import ndimage
 
 from lesions.isic import CLASSES, load_isic2019, read_isic2019_tables
-from lesions.synth import ISIC_SITE_COUNTS, generate, main
+from lesions.synth import ISIC_SITE_COUNTS, generate, main, read_provenance
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,20 @@ def test_layout_and_tables(synth_dir):
         values = set(np.unique(np.asarray(mask)).tolist())
         assert values == {0, 255}
     assert not (synth_dir / "artifacts").exists()
+
+
+def test_provenance_marks_the_folder_synthetic(synth_dir, tmp_path):
+    assert read_provenance(synth_dir) == {
+        "generator": "SynthDerm",
+        "n": 48,
+        "seed": 5,
+        "image_size": 256,
+        "artifacts": 0.0,
+        "artifact_class": "MEL",
+        "artifact_correlation": 0.5,
+        "balanced": True,
+    }
+    assert read_provenance(tmp_path) is None  # real ISIC folders carry no marker
 
 
 def test_metadata_is_plausible(synth_dir):
