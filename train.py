@@ -64,6 +64,7 @@ from hf_model.card import render_model_card
 from hf_model.export import check_hub_access, push_to_hub, save_pretrained
 from lesions.isic import CLASSES, load_isic2019
 from lesions.preprocess import load_image
+from lesions.synth import read_provenance
 from lesions.transforms import eval_transform, train_transform
 
 
@@ -613,6 +614,7 @@ def _finish(cfg, out, accelerator, model, data_config, state, logits, labels, va
         )
         metrics = {
             "dataset": cfg.dataset or Path(cfg.data_dir).name,
+            "synthetic_data": read_provenance(cfg.data_dir) if cfg.data_dir else None,
             "n_train": n_train,
             "n_validation": validation_metrics["n"],
             "best_epoch": state.best_epoch,

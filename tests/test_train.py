@@ -68,6 +68,8 @@ def test_two_epoch_run_writes_every_output(trained):
     assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     assert len(metrics["history"]) == 2
+    assert metrics["synthetic_data"]["generator"] == "SynthDerm"
+    assert "Trained on synthetic lesions" in (out / "README.md").read_text()
     validation = metrics["validation"]
     assert set(validation["per_class"]) == set(CLASSES)
     assert np.asarray(validation["confusion_matrix"]).sum() == validation["n"]
