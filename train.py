@@ -61,7 +61,7 @@ from tqdm.auto import tqdm
 
 from hf_model import calibration as calib
 from hf_model.card import render_model_card
-from hf_model.export import check_hub_access, push_to_hub, save_pretrained
+from hf_model.export import EXPORT_DTYPES, check_hub_access, push_to_hub, save_pretrained
 from lesions.isic import CLASSES, load_isic2019
 from lesions.preprocess import load_image
 from lesions.synth import read_provenance
@@ -109,6 +109,7 @@ class TrainConfig:
     checkpoints_total_limit: int = 2
     resume_from_checkpoint: str | None = None
     report_to: str | None = None
+    export_dtype: str = "float32"
     push_to_hub: bool = False
     hub_model_id: str | None = None
     hub_private: bool = False
@@ -130,6 +131,8 @@ class TrainConfig:
             )
         if self.conformal_method not in calib.CONFORMAL_METHODS:
             raise ValueError(f"conformal_method must be one of {calib.CONFORMAL_METHODS}")
+        if self.export_dtype not in EXPORT_DTYPES:
+            raise ValueError(f"export_dtype must be one of {EXPORT_DTYPES}")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id")
         if self.checkpointing_steps is not None and self.checkpointing_steps < 1:
@@ -152,6 +155,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
             kwargs["choices"] = calib.CONFORMAL_METHODS
         elif field.name == "mixed_precision":
             kwargs["choices"] = ("no", "fp16", "bf16")
+        elif field.name == "export_dtype":
+            kwargs["choices"] = EXPORT_DTYPES
         elif field.name == "report_to":
             kwargs["choices"] = ("tensorboard", "wandb", "all")
         parser.add_argument(flag, **kwargs)
@@ -611,6 +616,7 @@ def _finish(cfg, out, accelerator, model, data_config, state, logits, labels, va
             labels=CLASSES,
             data_config=data_config,
             calibration=calibration,
+            dtype=cfg.export_dtype,
         )
         metrics = {
             "dataset": cfg.dataset or Path(cfg.data_dir).name,

@@ -41,6 +41,8 @@ DATA_CONFIG_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "c
 # pretrained_cfg fields that describe the *source* checkpoint (e.g. resnet50.a1_in1k), not ours.
 _SOURCE_FIELDS = ("tag", "origin_url", "paper_ids", "paper_name", "notes", "license", "description")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+EXPORT_DTYPES: tuple[str, ...] = tuple(_DTYPES)
+"""Weight dtypes ``save_pretrained`` (and ``train.py --export_dtype``) can store."""
 
 
 def _check_labels(labels: Sequence[str], num_classes: int) -> list[str]:

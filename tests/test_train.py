@@ -172,10 +172,13 @@ def test_parse_args_defaults_are_the_studys():
             "10",
             "--epochs",
             "3",
+            "--export_dtype",
+            "float16",
         ]
     )
     assert cfg.dataset == "me/isic" and not cfg.pretrained
     assert cfg.class_weighting == "balanced" and cfg.max_train_samples == 10 and cfg.epochs == 3
+    assert cfg.export_dtype == "float16"
 
 
 @pytest.mark.parametrize(
@@ -187,6 +190,7 @@ def test_parse_args_defaults_are_the_studys():
         ["--data_dir", "d", "--class_weighting", "inverse"],
         ["--data_dir", "d", "--push_to_hub"],
         ["--data_dir", "d", "--lr", "abc"],
+        ["--data_dir", "d", "--export_dtype", "int8"],
     ],
 )
 def test_parse_args_rejects_bad_flags(argv):
