@@ -100,6 +100,7 @@ class TrainConfig:
     calibration_fraction: float = 0.5
     # explanations (when the data has masks); 0 skips the evaluation
     explain_max_images: int = 16
+    explain_layers: str = "layer4"  # comma-separated, e.g. "layer3,layer4"
     # hardware and bookkeeping
     num_workers: int = 4
     channels_last: bool = True
@@ -432,15 +433,19 @@ def plot_confusion_matrix(matrix: list[list[int]], path: Path) -> Path:
 # --------------------------------------------------------------------------- main
 
 
-def _explanation_report(cfg: TrainConfig, out: Path, has_masks: bool) -> str | None:
-    if not has_masks or cfg.data_dir is None or cfg.explain_max_images == 0:
+def _explanation_report(cfg: TrainConfig, out: Path, validation: Any) -> str | None:
+    """Evaluate the explanations on validation images with masks; the card's Markdown table."""
+    if cfg.data_dir is None or "mask" not in validation.column_names or not cfg.explain_max_images:
         return None
-    try:
-        from explain.evaluate import evaluate_explanations, to_markdown
-    except ImportError as err:
-        print(f"explanation evaluation skipped: explain.evaluate is unavailable ({err})")
-        return None
-    report = evaluate_explanations(out, cfg.data_dir, max_images=cfg.explain_max_images)
+    from explain.evaluate import evaluate_explanations, to_markdown  # imports captum: only here
+
+    report = evaluate_explanations(
+        out,
+        cfg.data_dir,
+        layers=tuple(cfg.explain_layers.split(",")),
+        max_images=cfg.explain_max_images,
+        image_ids=list(validation["image_id"]),
+    )
     (out / "explanations.json").write_text(json.dumps(report, indent=2) + "\n")
     return to_markdown(report)
 
@@ -455,6 +460,11 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     )
     set_seed(cfg.seed)
     model = create_model(cfg)
+    if cfg.explain_max_images:  # a misspelt layer fails now, not after training
+        from explain.capture import resolve_layer
+
+        for layer in cfg.explain_layers.split(","):
+            resolve_layer(model, layer)
     data_config = timm.data.resolve_data_config(
         model=model, args={"input_size": (3, cfg.image_size, cfg.image_size)}
     )
@@ -630,7 +640,7 @@ def _finish(cfg, out, accelerator, model, data_config, state, logits, labels, va
         }
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-        explanations = _explanation_report(cfg, out, "mask" in validation.column_names)
+        explanations = _explanation_report(cfg, out, validation)
         render_model_card(
             out, metrics=metrics, config=dataclasses.asdict(cfg), explanations_markdown=explanations
         )

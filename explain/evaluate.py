@@ -29,7 +29,7 @@ from PIL import Image
 
 from explain import metrics
 from explain.explainer import METHOD_NAMES, Explainer, make_method
-from lesions.isic import read_isic2019_tables
+from lesions.isic import read_isic2019_tables, split_indices
 from lesions.preprocess import load_image
 
 IMAGE_DIR = "ISIC_2019_Training_Input"
@@ -95,6 +95,7 @@ def evaluate_explanations(
     layers: Sequence[str] = ("layer4",),
     methods: Sequence[str] = METHOD_NAMES,
     max_images: int | None = None,
+    image_ids: Sequence[str] | None = None,
     scorecam_mode: str = "fast",
     sanity_images: int = 8,
     steps: int = 10,
@@ -110,6 +111,7 @@ def evaluate_explanations(
         layers: Layers to explain.
         methods: Method names.
         max_images: Use at most this many images (sorted by id).
+        image_ids: Only these images (e.g. the validation split); ``None`` for every image.
         scorecam_mode: "fast" or "exact".
         sanity_images: Images used for the model-randomization check (it re-explains them with a
             re-initialized copy of the model).
@@ -141,8 +143,11 @@ def evaluate_explanations(
     if not cams:
         raise ValueError("give at least one method and one layer")
     table = read_isic2019_tables(data_dir)
+    wanted = set(table["image"]) if image_ids is None else set(image_ids)
     ids = sorted(
-        i for i in table["image"] if (data_dir / MASK_DIR / f"{i}_segmentation.png").exists()
+        i
+        for i in table["image"]
+        if i in wanted and (data_dir / MASK_DIR / f"{i}_segmentation.png").exists()
     )
     if not ids:
         raise ValueError(f"no lesion masks in {data_dir / MASK_DIR}; evaluation needs masks")
@@ -249,6 +254,20 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def validation_ids(model: str | Path, data_dir: str | Path) -> list[str]:
+    """Image ids of train.py's validation split of ``data_dir`` for the model in ``model``.
+
+    The split is lesion-aware and stratified (``lesions.isic.split_indices``); its
+    ``val_fraction`` and ``seed`` come from the model folder's ``train_config.json`` when there
+    is one, else train.py's defaults (0.2, 42).
+    """
+    config_path = Path(model) / "train_config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    table = read_isic2019_tables(data_dir)
+    _, val = split_indices(table, config.get("val_fraction", 0.2), config.get("seed", 42))
+    return table["image"].iloc[val].tolist()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; prints the Markdown table and writes the JSON report."""
     parser = argparse.ArgumentParser(
@@ -261,18 +280,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--layers", nargs="+", default=["layer4"])
     parser.add_argument("--methods", nargs="+", default=list(METHOD_NAMES))
     parser.add_argument("--max_images", type=int, default=None)
+    parser.add_argument(
+        "--split",
+        choices=("validation", "all"),
+        default="validation",
+        help="validation: only the images the model was not trained on (the lesion-aware split "
+        "of train.py, with val_fraction and seed from the model's train_config.json when present)",
+    )
     parser.add_argument("--scorecam_mode", choices=("fast", "exact"), default="fast")
     parser.add_argument("--sanity_images", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("explain_report.json"))
     args = parser.parse_args(argv)
     try:
+        validation = args.split == "validation"
+        image_ids = validation_ids(args.model, args.data_dir) if validation else None
         report = evaluate_explanations(
             args.model,
             args.data_dir,
             layers=args.layers,
             methods=args.methods,
             max_images=args.max_images,
+            image_ids=image_ids,
             scorecam_mode=args.scorecam_mode,
             sanity_images=args.sanity_images,
             seed=args.seed,

@@ -9,9 +9,9 @@ import timm
 import torch
 
 from explain.__main__ import main as explain_main
-from explain.evaluate import evaluate_explanations, main, to_markdown
+from explain.evaluate import evaluate_explanations, main, to_markdown, validation_ids
 from hf_model.export import save_pretrained
-from lesions.isic import CLASSES
+from lesions.isic import CLASSES, load_isic2019
 from lesions.synth import generate
 
 
@@ -70,6 +70,8 @@ def test_cli_writes_json(model_dir, data_dir, tmp_path, capsys):
             "1",
             "--sanity_images",
             "0",
+            "--split",
+            "all",
             "--out",
             str(out),
         ]
@@ -106,3 +108,19 @@ def test_batch_cli_html_report(model_dir, data_dir, tmp_path):
     assert (out / f"{images[0].stem}_gradcampp.png").exists()
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 6 and "http" not in page
+
+
+def test_validation_ids_are_train_pys_split(model_dir, tmp_path):
+    data = generate(tmp_path / "d", 40, seed=3, image_size=48, balanced=True)
+    want = list(load_isic2019(data)["validation"]["image_id"])
+    assert validation_ids(model_dir, data) == want  # no train_config.json: 0.2 and seed 42
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "train_config.json").write_text(json.dumps({"val_fraction": 0.5, "seed": 1}))
+    assert (
+        validation_ids(tmp_path / "m", data)
+        == load_isic2019(data, 0.5, seed=1)["validation"]["image_id"]
+    )
+    report = evaluate_explanations(
+        model_dir, data, methods=("gradcam",), image_ids=want[:2], sanity_images=0, steps=2
+    )
+    assert report["n_images"] == 2

@@ -150,6 +150,33 @@ def test_offline_pretrained_fails_at_startup_with_hint(tmp_path, monkeypatch):
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
+def test_explanation_table_on_validation_images(synth_dir, tmp_path):
+    out = tmp_path / "out"
+    cfg = _config(
+        synth_dir,
+        out,
+        epochs=1,
+        checkpointing_steps=None,
+        explain_max_images=2,
+        explain_layers="layer3,layer4",
+    )
+    train.main(cfg)
+    report = json.loads((out / "explanations.json").read_text())
+    assert report["n_images"] == 2
+    assert {(r["method"], r["layer"]) for r in report["rows"]} >= {
+        ("gradcam++", "layer3"),
+        ("scorecam", "layer4"),
+    }
+    card = (out / "README.md").read_text()
+    assert "| gradcam++ | layer3 |" in card and "No explanation evaluation" not in card
+
+
+def test_unknown_explain_layer_fails_before_training(tmp_path):
+    cfg = _config(tmp_path / "no-data-needed", tmp_path / "out", explain_max_images=2)
+    with pytest.raises(ValueError, match="layer9"):
+        train.main(dataclasses.replace(cfg, explain_layers="layer4,layer9"))
+
+
 def test_push_to_hub_checks_access_before_training(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = _config(tmp_path, tmp_path / "out", push_to_hub=True, hub_model_id="me/dermxai")
