@@ -85,8 +85,11 @@ def test_card_sections(tmp_path):
         "No explanation evaluation",
         "| `model_name` | `resnet50.a1_in1k` |",
         "guo2017calibration",
+        "# resnet50.a1_in1k fine-tuned for skin-lesion",
     ):
         assert needle in text, needle
+    scratch = render_model_card(tmp_path, metrics=_metrics(), config=CONFIG | {"pretrained": False})
+    assert "# resnet50.a1_in1k trained from random initialization for" in scratch.text
 
 
 def test_card_includes_explanation_table(tmp_path):
