@@ -14,19 +14,12 @@ import pytest
 import timm
 import torch
 from PIL import Image
+from test_export import DATA_CONFIG  # the tiny model's preprocessing, one definition
 
 import app
 from hf_model.export import save_pretrained
 from lesions.isic import CLASSES
 
-DATA_CONFIG = {
-    "input_size": (3, 64, 64),
-    "interpolation": "bicubic",
-    "mean": (0.6, 0.5, 0.4),
-    "std": (0.2, 0.25, 0.3),
-    "crop_pct": 1.0,
-    "crop_mode": "center",
-}
 ALL_METHODS = ["Grad-CAM", "Grad-CAM++", "Score-CAM"]
 
 
