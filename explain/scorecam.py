@@ -13,14 +13,21 @@ The score is the raw logit and the weights its softmax over channels, as in pyto
 (the test oracle); the paper's reference code uses the softmax probability instead.
 
 ``mode="exact"`` scores every channel. It batches masked forwards under ``inference_mode`` and
-scores identical masks once: channels that are constant (dead ReLU channels are common in
-``layer4``) all give the all-zero mask, and equal low-resolution maps give equal masks, so the
-result is the same as scoring each channel. ``mode="fast"`` (the default) scores only the
-``top_k`` channels with the largest Grad-CAM contribution ``mean(dY/dA^k) * mean(A^k)`` (one
-backward pass), with masked passes at ``scale`` times the input resolution but never below
-``min_side`` pixels (below ~112 px layer4 collapses to 1-2 cells and the scores stop tracking the
-full-resolution ones); the other channels get weight 0. Fidelity to exact is measured in
-``bench/explain_latency.py`` and BENCHMARKS.md.
+scores identical masks once. Bilinear upsampling is a convex combination of the low-resolution
+values, so it commutes with positive affine maps, and the min-max scaling removes them: channels
+equal up to ``a * A + b`` (``a > 0``) give the same mask. Keys are therefore the min-max scaled
+low-resolution maps, rounded to 2^-20: constant channels (dead ReLU channels are common in
+``layer4``) all give the all-zero mask, and channels active in a single cell give one of
+``h * w`` one-hot masks. The masked passes run on a copy of the model's graph with BatchNorm
+folded into the preceding convolutions (``torch.fx.experimental.optimization.fuse``; the caller's
+model is not touched, and a model torch.fx cannot trace is used as it is). Both change the result
+only by float rounding.
+
+``mode="fast"`` (the default) scores only the ``top_k`` channels with the largest Grad-CAM
+contribution ``mean(dY/dA^k) * mean(A^k)`` (one backward pass), with masked passes at ``scale``
+times the input resolution but never below ``min_side`` pixels (below ~112 px layer4 collapses to
+1-2 cells and the scores stop tracking the full-resolution ones); the other channels get weight
+0. Fidelity to exact is measured in ``bench/explain_latency.py`` and BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.fx.experimental import optimization as fx_optimization
 
 from explain.base import BaseCAM
 from explain.capture import capture, resolve_targets
@@ -98,24 +106,34 @@ class ScoreCAM(BaseCAM):
         size = [min(s, max(self.min_side, round(s * self.scale))) for s in x.shape[-2:]]
         if importance is not None and size != list(x.shape[-2:]):
             x = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True).to(x.dtype)
+        scorer = self.model if importance is not None else _fused_for_inference(self.model)
         cams = []
         for b in range(x.shape[0]):
             channels = torch.arange(acts.shape[1], device=acts.device)
             if importance is not None:
                 k = min(self.top_k, acts.shape[1])
                 channels = importance[b].topk(k).indices
-            scores = self._channel_scores(x[b], acts[b, channels], int(targets[b]))
+            scores = self._channel_scores(x[b], acts[b, channels], int(targets[b]), scorer)
             weights = torch.softmax(scores, dim=0)
             cams.append((weights[:, None, None] * acts[b, channels]).sum(dim=0))
         return torch.stack(cams), logits, targets
 
-    def _channel_scores(self, image: Tensor, maps: Tensor, target: int) -> Tensor:
-        """Target logit of ``image`` masked by each of ``maps`` (K, h, w); identical masks once."""
+    def _channel_scores(
+        self, image: Tensor, maps: Tensor, target: int, scorer: nn.Module | None = None
+    ) -> Tensor:
+        """Target logit of ``image`` masked by each of ``maps`` (K, h, w); identical masks once.
+
+        ``scorer`` runs the masked passes (default: the model itself).
+        """
+        scorer = self.model if scorer is None else scorer
         flat = maps.flatten(1)
-        constant = flat.max(dim=1).values == flat.min(dim=1).values
-        keys = torch.where(constant[:, None], torch.zeros_like(flat), flat)
-        unique, inverse = torch.unique(keys, dim=0, return_inverse=True)
-        unique = unique.view(-1, *maps.shape[1:])
+        lo = flat.min(dim=1, keepdim=True).values
+        span = flat.max(dim=1, keepdim=True).values - lo
+        scaled = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-30), torch.zeros_like(flat))
+        # on a 2^-20 grid (~1e-6, a few float32 roundings of the scaling) so that a * A + b and A,
+        # computed in float32, meet; the scaled map on that grid is also the mask's source
+        unique, inverse = torch.unique(torch.round(scaled * 2**20), dim=0, return_inverse=True)
+        unique = (unique / 2**20).view(-1, *maps.shape[1:])
         scores = []
         with torch.inference_mode():
             for start in range(0, unique.shape[0], self.batch_size):
@@ -133,6 +151,19 @@ class ScoreCAM(BaseCAM):
                 masked = (image[None] * masks.to(image.dtype)).contiguous(
                     memory_format=torch.channels_last
                 )
-                logits = self.model(masked)
+                logits = scorer(masked)
                 scores.append(logits[:, target].float())
         return torch.cat(scores)[inverse]
+
+
+def _fused_for_inference(model: nn.Module) -> nn.Module:
+    """The model's graph with BatchNorm folded into convolutions, or the model if untraceable.
+
+    ``fuse(..., inplace=True)`` traces ``model`` (tracing runs no forward pass and fires no hook)
+    into a new ``GraphModule`` whose fused convolutions are new modules; ``model`` itself, its
+    submodules and parameters are left exactly as they were (tested).
+    """
+    try:
+        return fx_optimization.fuse(model, inplace=True)
+    except Exception:  # torch.fx cannot trace every model (data-dependent control flow, ...)
+        return model

@@ -11,6 +11,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from scipy.stats import spearmanr
 
 from explain.scorecam import ScoreCAM
+from explain.scorecam import _fused_for_inference as _fused
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +35,23 @@ def test_exact_dedupes_identical_masks_without_changing_result():
     model = timm.create_model("resnet18", num_classes=9).eval()
     x = torch.randn(1, 3, 48, 48)
     cam = ScoreCAM(model, "layer3", mode="exact", batch_size=32)
-    maps = torch.rand(6, 3, 3)
+    maps = torch.rand(8, 3, 3)
     maps[4] = maps[1]
     maps[5] = 0.0
     maps[2] = 0.7  # constant -> all-zero mask, like maps[5]
-    got = cam._channel_scores(x[0], maps, 2)
+    maps[6] = 2.5 * maps[0] + 0.3  # same mask as maps[0] after min-max scaling
+    maps[7] = 0.0
+    maps[7, 1, 2] = 4.0  # one active cell: a one-hot mask
+    unique_masks = 5  # maps 0/6, 1/4, 2/5, 3, 7
+    calls = []
+    handle = model.conv1.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
+    try:
+        got = cam._channel_scores(x[0], maps, 2)
+    finally:
+        handle.remove()
+    assert sum(calls) == unique_masks
     want = []
-    for k in range(6):
+    for k in range(8):
         m = torch.nn.functional.interpolate(
             maps[k][None, None], size=(48, 48), mode="bilinear", align_corners=True
         )
@@ -54,6 +65,50 @@ def test_exact_dedupes_identical_masks_without_changing_result():
         with torch.no_grad():
             want.append(model(x * m)[0, 2])
     torch.testing.assert_close(got, torch.stack(want), atol=1e-4, rtol=1e-4)
+
+
+def test_exact_scores_on_a_fused_graph_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=9).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so folding them changes weights
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    modules = dict(model.named_modules())
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    cam = ScoreCAM(model, "layer4", mode="exact")
+    fused = cam(x)
+    assert dict(model.named_modules()) == modules
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert not model.training
+    # the same scores through the unfused model, up to float rounding
+    with torch.no_grad():
+        acts = model.forward_features(x)[0]
+    plain = cam._channel_scores(x[0], acts, int(fused.targets[0]), scorer=model)
+    folded = cam._channel_scores(x[0], acts, int(fused.targets[0]), scorer=_fused(model))
+    torch.testing.assert_close(folded, plain, atol=1e-4, rtol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in _fused(model).modules())
+
+
+def test_untraceable_model_is_scored_as_it_is():
+    class DataDependent(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(4)
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            if x.sum() > 0:  # torch.fx cannot trace a branch on a tensor's value
+                x = -x
+            return self.fc(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))
+
+    model = DataDependent().eval()
+    assert _fused(model) is model
+    result = ScoreCAM(model, "bn", mode="exact")(torch.randn(1, 3, 16, 16))
+    assert result.heatmaps.shape == (1, 16, 16)
 
 
 def test_fast_close_to_exact():
