@@ -4,7 +4,8 @@ Run (torch keeps its default thread count; the script prints it)::
 
     python bench/explain_latency.py                 # fast peers only
     python bench/explain_latency.py --slow-peers    # + exact Score-CAMs (minutes)
-    python bench/explain_latency.py --fidelity 50 --device cuda   # fast vs exact Score-CAM only
+    python bench/explain_latency.py --fidelity 50 --model hf_model/demo --size 128 \
+        [--device cuda] [--images DIR]   # fast vs exact Score-CAM only
 
 Same random-init ResNet-50 (9 classes), same 224x224 image, same machine; median of ``--repeats``
 runs after one warm-up. Ratios are peer seconds / our seconds (> 1: we are faster). With
@@ -32,12 +33,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 def _time(fn: Callable[[], object], repeats: int, *, warmup: bool = True) -> float:
     """Median seconds of ``repeats`` runs, after one untimed warm-up run unless ``warmup=False``."""
-    if warmup:
+
+    def call() -> None:
         fn()
+        if torch.cuda.is_initialized():  # GPU work is asynchronous: wait for it
+            torch.cuda.synchronize()
+
+    if warmup:
+        call()
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        call()
         runs.append(time.perf_counter() - start)
     return statistics.median(runs)
 
@@ -89,7 +96,7 @@ def latency(model: torch.nn.Module, x: torch.Tensor, repeats: int, slow_peers: b
     all_three = (
         results["ours gradcam"] + results["ours gradcam++"] + results["ours scorecam (fast)"]
     )
-    print(f"torch threads: {torch.get_num_threads()}, input {tuple(x.shape)}, fp32")
+    print(f"torch threads: {torch.get_num_threads()}, input {tuple(x.shape)}, fp32, {x.device}")
     print(f"{'method':40s} {'seconds':>9s} {'peer/ours':>10s}")
     for name, sec in results.items():
         method = name.split(" ", 1)[1]
@@ -100,27 +107,40 @@ def latency(model: torch.nn.Module, x: torch.Tensor, repeats: int, slow_peers: b
     print("torch-cam scorecam: not run (it did not finish within 4 minutes in the issue's run)")
 
 
-def fidelity(model: torch.nn.Module, n: int, size: int, device: str) -> None:
-    """Spearman correlation of fast vs exact Score-CAM over ``n`` SynthDerm images."""
-    from explain import Explainer, make_method
-    from lesions.synth import generate
+def fidelity(model: torch.nn.Module, n: int, size: int, device: str, images: Path | None) -> None:
+    """Spearman correlation of fast vs exact Score-CAM over ``n`` SynthDerm images.
 
+    The images are generated (seed 0) unless ``images`` names a folder of them (for machines
+    without the data stack, e.g. a GPU box: ``python -m lesions.synth`` writes one elsewhere).
+    """
+    from explain import Explainer, make_method
+
+    if device.startswith("cuda"):  # TF32 convolutions would perturb exact scores; CPU is fp32
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     cfg = timm.data.resolve_data_config({"input_size": (3, size, size)}, model=model)
     explainer = Explainer(model, [f"c{i}" for i in range(model.num_classes)], cfg)
     fast = make_method("scorecam", model)
     exact = make_method("scorecam", model, mode="exact", batch_size=128)
     rhos, t_fast, t_exact = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = generate(tmp, n, seed=0, image_size=size + size // 8)
-        for path in sorted((Path(folder) / "ISIC_2019_Training_Input").glob("*.jpg")):
+        if images is None:
+            from lesions.synth import generate
+
+            images = Path(generate(tmp, n, seed=0, image_size=size + size // 8))
+            images = images / "ISIC_2019_Training_Input"
+        paths = sorted(images.glob("*.jpg"))[:n]
+        if len(paths) < n:
+            raise SystemExit(f"--images {images} holds {len(paths)} .jpg files, fewer than {n}")
+        for path in paths:
             _, x, _ = explainer.preprocess(path)
             start = time.perf_counter()
-            f = fast(x)
+            f = fast(x).heatmaps.cpu()  # .cpu() waits for the GPU, if any
             t_fast.append(time.perf_counter() - start)
             start = time.perf_counter()
-            e = exact(x)
+            e = exact(x).heatmaps.cpu()
             t_exact.append(time.perf_counter() - start)
-            rhos.append(spearmanr(f.heatmaps.cpu().ravel(), e.heatmaps.cpu().ravel()).statistic)
+            rhos.append(spearmanr(f.ravel(), e.ravel()).statistic)
     rhos_arr = np.asarray(rhos)
     print(f"fast vs exact Score-CAM over {n} SynthDerm images ({size}px, {device}):")
     print(
@@ -131,6 +151,7 @@ def fidelity(model: torch.nn.Module, n: int, size: int, device: str) -> None:
         f"  median seconds: fast {statistics.median(t_fast):.3f}, "
         f"exact {statistics.median(t_exact):.3f}"
     )
+    print("  per image:", " ".join(f"{r:.3f}" for r in rhos_arr))
 
 
 def main() -> None:
@@ -144,6 +165,9 @@ def main() -> None:
         help="also run exact Score-CAM, ours and pytorch-grad-cam's (minutes)",
     )
     parser.add_argument("--fidelity", type=int, default=0, help="images for fast-vs-exact")
+    parser.add_argument(
+        "--images", type=Path, default=None, help="folder of .jpg for --fidelity (default: new)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", default="resnet50", help="timm name or saved model folder")
     args = parser.parse_args()
@@ -155,7 +179,7 @@ def main() -> None:
     else:
         model = timm.create_model(args.model, num_classes=9).eval().to(args.device)
     if args.fidelity:
-        fidelity(model, args.fidelity, args.size, args.device)
+        fidelity(model, args.fidelity, args.size, args.device, args.images)
         return
     x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     latency(model, x.to(args.device), args.repeats, args.slow_peers)
