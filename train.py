@@ -65,7 +65,7 @@ from hf_model.export import EXPORT_DTYPES, check_hub_access, push_to_hub, save_p
 from lesions.isic import CLASSES, load_isic2019
 from lesions.preprocess import load_image
 from lesions.synth import read_provenance
-from lesions.transforms import eval_transform, train_transform
+from lesions.transforms import TrainBatchTransform, eval_transform, train_transform
 
 
 @dataclass
@@ -211,7 +211,7 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 class LesionImages(Dataset):
-    """``(image tensor, label)`` pairs from a ``datasets`` split.
+    """``(transform(image), label)`` pairs from a ``datasets`` split.
 
     Indices may exceed ``len(split)``: index ``i`` is image ``i % len(split)`` and its random
     augmentation is seeded by ``(seed, i)``, so a run resumed mid-epoch sees exactly the
@@ -488,6 +488,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         model, optimizer, train_dl, val_dl, scheduler
     )
     criterion = criterion.to(accelerator.device)
+    augment = TrainBatchTransform(data_config).to(accelerator.device)  # jitter + normalize
     if cfg.compile:
         model = torch.compile(model)
     state = TrainState()
@@ -524,7 +525,8 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
             total=batches_per_epoch,
             disable=not accelerator.is_local_main_process,
         )
-        for images, labels in bar:
+        for (pixels, factors), labels in bar:
+            images = augment(pixels, factors)
             if cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with accelerator.autocast():
@@ -536,7 +538,8 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
             state.global_step += 1
             total_loss += loss.detach()
             done += 1
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if done % 25 == 0:  # .item() waits for the device: not every step
+                bar.set_postfix(loss=f"{loss.item():.4f}")
             if cfg.checkpointing_steps and state.global_step % cfg.checkpointing_steps == 0:
                 state.epoch_loss_sum = accelerator.reduce(total_loss, reduction="mean").item()
                 save_checkpoint(accelerator, out, state, cfg.checkpoints_total_limit)

@@ -1,4 +1,10 @@
-"""Train and eval transforms, PIL image -> normalized float tensor (C, H, W).
+"""Train and eval transforms.
+
+``eval_transform``: PIL image -> normalized float tensor (C, H, W). Training is split in two so
+that DataLoader workers only decode, crop and flip: ``train_transform`` turns an image into a
+uint8 tensor plus its drawn colour-jitter factors (a quarter of the bytes of a float tensor to pass
+between processes), and ``TrainBatchTransform``, on the training device, jitters and normalizes
+whole batches.
 
 Both take timm's resolved data config (``timm.data.resolve_data_config``, or the
 ``LoadedModel.data_config`` of a saved model): ``input_size``, ``mean``, ``std`` and, for eval,
@@ -11,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import kornia
 import torch
 from PIL import Image
 from timm.data import create_transform
@@ -63,40 +70,103 @@ def _validated(data_config: Mapping[str, Any]) -> tuple[int, int]:
     return int(size[1]), int(size[2])
 
 
-def train_transform(
-    data_config: Mapping[str, Any], *, scale: tuple[float, float] = (0.35, 1.0)
-) -> Callable[[Any], torch.Tensor]:
-    """Training augmentation for dermoscopy.
+JITTER = {"brightness": 0.1, "contrast": 0.1, "saturation": 0.1, "hue": 0.02}
+"""Colour-jitter strengths: factors 1 +- 0.1, hue shift +- 0.02 of the colour circle."""
+
+_GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
+
+
+class TrainTransform:
+    """Per-image training augmentation, run in DataLoader workers.
 
     Random resized crop to ``input_size`` (area ``scale``, aspect 3/4-4/3), horizontal and
-    vertical flips, a random multiple of 90° rotation, mild colour jitter (brightness, contrast,
-    saturation 0.1, hue 0.02), then scaling to [0, 1] and normalization with the config's mean/std.
+    vertical flips and a random multiple of 90° rotation (square inputs), on uint8 pixels, plus
+    the image's colour-jitter factors ``(brightness, contrast, saturation, hue)`` drawn uniformly
+    within :data:`JITTER`. :class:`TrainBatchTransform` applies them. Randomness follows
+    ``torch.manual_seed``.
+    """
+
+    def __init__(self, data_config: Mapping[str, Any], scale: tuple[float, float]) -> None:
+        height, width = _validated(data_config)
+        interpolation = str_to_interp_mode(data_config.get("interpolation", "bicubic"))
+        self.geometry = v2.Compose(
+            [
+                EnsureRGB(),
+                v2.ToImage(),
+                v2.RandomResizedCrop((height, width), scale=scale, interpolation=interpolation),
+                v2.RandomHorizontalFlip(),
+                v2.RandomVerticalFlip(),
+                RandomRot90() if height == width else v2.Identity(),
+            ]
+        )
+        spread = torch.tensor([JITTER[k] for k in ("brightness", "contrast", "saturation", "hue")])
+        self.low = torch.tensor([1.0, 1.0, 1.0, 0.0]) - spread
+        self.high = torch.tensor([1.0, 1.0, 1.0, 0.0]) + spread
+
+    def __call__(self, image: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = self.geometry(image).as_subclass(torch.Tensor)
+        factors = self.low + (self.high - self.low) * torch.rand(4)
+        return pixels, factors
+
+
+def train_transform(
+    data_config: Mapping[str, Any], *, scale: tuple[float, float] = (0.35, 1.0)
+) -> TrainTransform:
+    """Training augmentation for dermoscopy, worker half (see :class:`TrainTransform`).
 
     Args:
         data_config: timm's resolved data config.
         scale: Area range of the random resized crop.
 
     Returns:
-        A callable image -> float32 tensor (3, H, W); randomness follows ``torch.manual_seed``.
+        A callable image -> ``(uint8 tensor (3, H, W), float32 factors (4,))``; batches of its
+        outputs go through :class:`TrainBatchTransform` on the training device.
 
     Raises:
         TypeError, ValueError: If ``data_config`` is not a valid data config.
     """
-    height, width = _validated(data_config)
-    interpolation = str_to_interp_mode(data_config.get("interpolation", "bicubic"))
-    return v2.Compose(
-        [
-            EnsureRGB(),
-            v2.ToImage(),
-            v2.RandomResizedCrop((height, width), scale=scale, interpolation=interpolation),
-            v2.RandomHorizontalFlip(),
-            v2.RandomVerticalFlip(),
-            RandomRot90() if height == width else v2.Identity(),
-            v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(data_config["mean"]), std=list(data_config["std"])),
-        ]
-    )
+    return TrainTransform(data_config, scale)
+
+
+class TrainBatchTransform(torch.nn.Module):
+    """Training augmentation, device half: colour jitter per image, then normalization.
+
+    Takes a uint8 batch (B, 3, H, W) and its (B, 4) factors from :class:`TrainTransform` and
+    returns float32 ``(x / 255 - mean) / std``. Brightness, contrast and saturation blend as
+    torchvision's ``adjust_*`` functions do (scale; blend with the image's mean gray; blend with
+    the per-pixel gray), each clamped to [0, 1]; the hue shift is kornia's per-image HSV rotation
+    (``kornia.enhance.adjust_hue``), equal to torchvision's ``adjust_hue`` (tested). The order is
+    fixed (brightness, contrast, saturation, hue) where torchvision's ``ColorJitter`` draws one.
+
+    Args:
+        data_config: timm's resolved data config (``mean`` and ``std`` are used).
+    """
+
+    def __init__(self, data_config: Mapping[str, Any]) -> None:
+        super().__init__()
+        _validated(data_config)
+        self.register_buffer("mean", torch.tensor(data_config["mean"]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(data_config["std"]).view(1, 3, 1, 1))
+        self.register_buffer("gray", torch.tensor(_GRAY).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(
+                f"expected a uint8 batch (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
+        if factors.shape != (images.shape[0], 4):
+            raise ValueError(
+                f"expected factors of shape ({images.shape[0]}, 4), got {tuple(factors.shape)}"
+            )
+        x = images.float() / 255.0
+        brightness, contrast, saturation, hue = factors.float().T.reshape(4, -1, 1, 1, 1)
+        x = (x * brightness).clamp(0.0, 1.0)
+        mean_gray = (x * self.gray).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
+        x = (contrast * x + (1 - contrast) * mean_gray).clamp(0.0, 1.0)
+        gray = (x * self.gray).sum(dim=1, keepdim=True)
+        x = (saturation * x + (1 - saturation) * gray).clamp(0.0, 1.0)
+        x = kornia.enhance.adjust_hue(x, 2 * torch.pi * hue.view(-1))  # radians
+        return (x - self.mean) / self.std
 
 
 def eval_transform(data_config: Mapping[str, Any]) -> Callable[[Any], torch.Tensor]:
