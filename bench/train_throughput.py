@@ -1,11 +1,15 @@
 """Training throughput, end to end (data loading included): the study's setup vs ours, one run.
 
-* study: full-size JPEG decoded per item, fp16 autocast (+ grad scaler on CUDA), batch 64, NCHW.
-* ours:  uint8 short-side cache (``lesions.preprocess.resize_short_side``, built once, not
-  timed), bf16 autocast, channels_last, larger batch, pinned memory, persistent workers,
-  non-blocking copies, optional ``torch.compile``.
+* study: full-size JPEG decoded per item, timm's default training transform, fp16 autocast
+  (+ grad scaler on CUDA), batch 64, NCHW.
+* ours:  train.py's data path: the short-side BMP cache of ``lesions.preprocess.build_cache``
+  (built once, not timed) and ``lesions.transforms.train_transform``; bf16 autocast,
+  channels_last, larger batch, pinned memory, persistent workers, non-blocking copies, optional
+  ``torch.compile``.
 
-Both train the same timm model with AdamW on synthetic JPEGs written to a temp folder.
+Two more rows locate the bottleneck: ``ours_compute_only`` trains ours on one batch already on
+the device (no data loading), ``ours_loader_only`` iterates ours' DataLoader without training.
+All train the same timm model with AdamW on synthetic JPEGs written to a temp folder.
 
     python -m bench.train_throughput --device cpu --model resnet18 --input-size 64 --steps 3
     python -m bench.train_throughput --device cuda --seconds 60 --compile --json out.json
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import tempfile
@@ -30,11 +35,12 @@ from PIL import Image
 from timm.data import create_transform, resolve_data_config
 from torch.utils.data import DataLoader, Dataset
 
-from lesions.preprocess import load_image, resize_short_side
+from lesions.preprocess import build_cache, load_image
+from lesions.transforms import TrainBatchTransform, train_transform
 
 
 class JpegFolder(Dataset):
-    """Decode a JPEG per item, then apply the training transform."""
+    """Decode an image file per item (JPEG or cached BMP), then apply a training transform."""
 
     def __init__(self, paths: list[Path], transform) -> None:
         self.paths, self.transform = paths, transform
@@ -60,19 +66,14 @@ def write_jpegs(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> l
     return paths
 
 
-def build_cache(paths: list[Path], folder: Path, short_side: int) -> list[Path]:
-    """The uint8 cache: images resized once to the training short side."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for path in paths:
-        target = folder / f"{path.stem}.png"
-        resize_short_side(path, short_side).save(target)
-        out.append(target)
-    return out
+def measure(
+    model, loader, device, *, dtype, channels_last, scaler, steps, seconds, augment=None
+) -> dict:
+    """Train for a warm-up then ``steps`` steps or ``seconds``; return images/s.
 
-
-def measure(model, loader, device, *, dtype, channels_last, scaler, steps, seconds) -> dict:
-    """Train for a warm-up then ``steps`` steps or ``seconds``; return images/s."""
+    With ``augment`` (a :class:`TrainBatchTransform`), batches are ``((uint8, factors), y)``
+    finished on the device, as train.py does.
+    """
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     criterion = torch.nn.CrossEntropyLoss()
     model.train()
@@ -80,6 +81,9 @@ def measure(model, loader, device, *, dtype, channels_last, scaler, steps, secon
     warmup, images, done, start = 2, 0, 0, None
     while True:
         for x, y in loader:
+            if augment is not None:
+                pixels, factors = x
+                x = augment(pixels.to(device, non_blocking=True), factors.to(device))
             x = x.to(device, non_blocking=True, memory_format=memory_format)
             y = y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=dtype):
@@ -112,6 +116,21 @@ def measure(model, loader, device, *, dtype, channels_last, scaler, steps, secon
                     }
 
 
+def loader_rate(loader: DataLoader, steps: int, seconds: float) -> dict:
+    """Images/s of ``loader`` alone (batches produced, nothing trained), after one batch."""
+    images, done, start = 0, 0, None
+    while True:
+        for _, y in loader:
+            if start is None:
+                start = time.perf_counter()
+                continue
+            images += len(y)
+            done += 1
+            elapsed = time.perf_counter() - start
+            if done >= steps or elapsed >= seconds:
+                return {"images_per_s": images / elapsed, "steps": done, "seconds": elapsed}
+
+
 def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -138,9 +157,13 @@ def run(args: argparse.Namespace) -> dict:
             model=model, args={"input_size": (3, args.input_size, args.input_size)}
         )
         transform = create_transform(**data_config, is_training=True)
-        cached = build_cache(
-            paths, Path(tmp) / "cache", round(args.input_size / data_config["crop_pct"])
+        report = build_cache(
+            [(path.stem, path, None) for path in paths],
+            Path(tmp) / "cache",
+            math.ceil(args.input_size / data_config["crop_pct"]),  # as train.py sizes it
+            num_proc=max(1, workers),
         )
+        cached = [Path(image) for image, _ in report.entries.values()]
         pin = device.type == "cuda"
 
         study_loader = DataLoader(
@@ -167,8 +190,9 @@ def run(args: argparse.Namespace) -> dict:
         model = model.to(memory_format=torch.channels_last)
         if args.compile:
             model = torch.compile(model)
+        augment = TrainBatchTransform(data_config).to(device)
         ours_loader = DataLoader(
-            JpegFolder(cached, transform),
+            JpegFolder(cached, train_transform(data_config)),
             batch_size=args.batch_ours,
             shuffle=True,
             num_workers=workers,
@@ -185,6 +209,7 @@ def run(args: argparse.Namespace) -> dict:
             scaler=None,
             steps=args.steps,
             seconds=args.seconds,
+            augment=augment,
         )
         results["ours"] |= {
             "batch_size": args.batch_ours,
@@ -192,6 +217,19 @@ def run(args: argparse.Namespace) -> dict:
             "layout": "channels_last",
             "compile": args.compile,
         }
+        (pixels, factors), y = next(iter(ours_loader))
+        results["ours_compute_only"] = measure(
+            model,
+            [((pixels.to(device), factors.to(device)), y.to(device))],
+            device,
+            dtype=torch.bfloat16,
+            channels_last=True,
+            scaler=None,
+            steps=args.steps,
+            seconds=args.seconds / 2,
+            augment=augment,
+        )
+        results["ours_loader_only"] = loader_rate(ours_loader, args.steps, args.seconds / 2)
     results["ratio_ours_vs_study"] = (
         results["ours"]["images_per_s"] / results["study"]["images_per_s"]
     )

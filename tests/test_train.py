@@ -299,7 +299,7 @@ def test_throughput_benchmark_runs_a_few_cpu_steps(tmp_path):
             "--steps", "2", "--json", str(out)]  # fmt: skip
     results = bench_main(argv)
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
-    for setup in ("study", "ours"):
+    for setup in ("study", "ours", "ours_compute_only", "ours_loader_only"):
         assert results[setup]["steps"] == 2 and results[setup]["images_per_s"] > 0
     assert results["ours"]["layout"] == "channels_last" and results["study"]["batch_size"] == 4
     assert results["ratio_ours_vs_study"] == pytest.approx(
