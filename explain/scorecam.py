@@ -18,10 +18,12 @@ values, so it commutes with positive affine maps, and the min-max scaling remove
 equal up to ``a * A + b`` (``a > 0``) give the same mask. Keys are therefore the min-max scaled
 low-resolution maps, rounded to 2^-20: constant channels (dead ReLU channels are common in
 ``layer4``) all give the all-zero mask, and channels active in a single cell give one of
-``h * w`` one-hot masks. The masked passes run on a copy of the model's graph with BatchNorm
-folded into the preceding convolutions (``torch.fx.experimental.optimization.fuse``; the caller's
-model is not touched, and a model torch.fx cannot trace is used as it is). Both change the result
-only by float rounding.
+``h * w`` one-hot masks. The masked passes run on a copy of the model whose BatchNorm layers
+are folded into the convolutions they follow (``torch.nn.utils.fusion.fuse_conv_bn_eval``), kept
+only if its logits match the model's on the first masked batch; the caller's model is never
+touched. Both change the result only by float rounding. (``torch.fx`` fusion is not used: its
+tracer patches ``nn.Module.__call__`` for every thread, which would break forward passes that
+other threads run on the same model meanwhile.)
 
 ``mode="fast"`` (the default) scores only the ``top_k`` channels with the largest Grad-CAM
 contribution ``mean(dY/dA^k) * mean(A^k)`` (one backward pass), with masked passes at ``scale``
@@ -32,10 +34,14 @@ times the input resolution but never below ``min_side`` pixels (below ~112 px la
 
 from __future__ import annotations
 
+import copy
+import itertools
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.fx.experimental import optimization as fx_optimization
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from explain.base import BaseCAM
 from explain.capture import capture, resolve_targets
@@ -152,18 +158,42 @@ class ScoreCAM(BaseCAM):
                     memory_format=torch.channels_last
                 )
                 logits = scorer(masked)
+                if start == 0 and scorer is not self.model:
+                    reference = self.model(masked[:1])
+                    if not torch.allclose(logits[:1], reference, rtol=1e-3, atol=1e-3):
+                        scorer, logits = self.model, self.model(masked)  # folding changed it
                 scores.append(logits[:, target].float())
         return torch.cat(scores)[inverse]
 
 
 def _fused_for_inference(model: nn.Module) -> nn.Module:
-    """The model's graph with BatchNorm folded into convolutions, or the model if untraceable.
+    """A copy of ``model`` with each BatchNorm2d folded into the Conv2d registered just before it.
 
-    ``fuse(..., inplace=True)`` traces ``model`` (tracing runs no forward pass and fires no hook)
-    into a new ``GraphModule`` whose fused convolutions are new modules; ``model`` itself, its
-    submodules and parameters are left exactly as they were (tested).
+    Pairs are found by registration order (conv, then a BatchNorm over its output channels, as in
+    ``convN``/``bnN`` attributes or ``Sequential(conv, bn)``); registration order need not be data
+    flow, so callers check the copy's outputs (see :meth:`ScoreCAM._channel_scores`). The copy
+    carries no hooks: every hook dictionary is swapped for an empty one through ``deepcopy``'s memo,
+    so hooks that other threads add or remove meanwhile are never iterated. Models that cannot be
+    deep-copied are returned as they are.
     """
+    fresh = {
+        id(value): OrderedDict()
+        for module in model.modules()
+        for name, value in vars(module).items()
+        if "hooks" in name and isinstance(value, dict)
+    }
     try:
-        return fx_optimization.fuse(model, inplace=True)
-    except Exception:  # torch.fx cannot trace every model (data-dependent control flow, ...)
+        fused = copy.deepcopy(model, fresh)
+    except (TypeError, RuntimeError, copy.Error):  # unpicklable attributes, non-leaf tensors...
         return model
+    for parent in list(fused.modules()):
+        for (conv_name, conv), (bn_name, bn) in itertools.pairwise(list(parent.named_children())):
+            if (
+                type(conv) is nn.Conv2d
+                and type(bn) is nn.BatchNorm2d
+                and bn.num_features == conv.out_channels
+                and bn.track_running_stats
+            ):
+                setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(parent, bn_name, nn.Identity())
+    return fused

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import timm
@@ -67,33 +69,44 @@ def test_exact_dedupes_identical_masks_without_changing_result():
     torch.testing.assert_close(got, torch.stack(want), atol=1e-4, rtol=1e-4)
 
 
-def test_exact_scores_on_a_fused_graph_and_leaves_the_model_alone():
-    torch.manual_seed(0)
-    model = timm.create_model("resnet18", num_classes=9).eval()
+def _with_batchnorm_statistics(model):
     with torch.no_grad():  # non-trivial BatchNorm statistics, so folding them changes weights
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_exact_scores_on_a_folded_copy_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = _with_batchnorm_statistics(timm.create_model("resnet18", num_classes=9).eval())
+    handle = model.layer2.register_forward_hook(lambda *_: None)  # someone else's hook
     state = {k: v.clone() for k, v in model.state_dict().items()}
     modules = dict(model.named_modules())
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     cam = ScoreCAM(model, "layer4", mode="exact")
-    fused = cam(x)
+    result = cam(x)
     assert dict(model.named_modules()) == modules
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
-    assert not model.training
-    # the same scores through the unfused model, up to float rounding
+    assert not model.training and len(model.layer2._forward_hooks) == 1
+    handle.remove()
+    folded = _fused(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert not any(m._forward_hooks for m in folded.modules())
+    assert not set(map(id, folded.parameters())) & set(map(id, model.parameters()))
+    # the same scores through the unfolded model, up to float rounding
     with torch.no_grad():
         acts = model.forward_features(x)[0]
-    plain = cam._channel_scores(x[0], acts, int(fused.targets[0]), scorer=model)
-    folded = cam._channel_scores(x[0], acts, int(fused.targets[0]), scorer=_fused(model))
-    torch.testing.assert_close(folded, plain, atol=1e-4, rtol=1e-4)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in _fused(model).modules())
+    target = int(result.targets[0])
+    plain = cam._channel_scores(x[0], acts, target, scorer=model)
+    torch.testing.assert_close(
+        cam._channel_scores(x[0], acts, target, scorer=folded), plain, atol=1e-4, rtol=1e-4
+    )
 
 
-def test_untraceable_model_is_scored_as_it_is():
-    class DataDependent(torch.nn.Module):
+def test_a_fold_that_changes_the_function_is_not_used():
+    class Misleading(torch.nn.Module):  # conv then bn in registration order, not in data flow
         def __init__(self) -> None:
             super().__init__()
             self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
@@ -101,14 +114,52 @@ def test_untraceable_model_is_scored_as_it_is():
             self.fc = torch.nn.Linear(4, 3)
 
         def forward(self, x):
-            if x.sum() > 0:  # torch.fx cannot trace a branch on a tensor's value
-                x = -x
-            return self.fc(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))
+            return self.fc(torch.relu(self.bn(self.conv(x) + 1.0)).mean(dim=(2, 3)))
 
-    model = DataDependent().eval()
-    assert _fused(model) is model
-    result = ScoreCAM(model, "bn", mode="exact")(torch.randn(1, 3, 16, 16))
-    assert result.heatmaps.shape == (1, 16, 16)
+    torch.manual_seed(0)
+    model = _with_batchnorm_statistics(Misleading()).eval()
+    x = torch.rand(3, 16, 16)
+    maps = torch.rand(5, 4, 4)
+    cam = ScoreCAM(model, "bn", mode="exact")
+    with torch.no_grad():
+        assert not torch.allclose(_fused(model)(x[None]), model(x[None]), atol=1e-3)
+    torch.testing.assert_close(
+        cam._channel_scores(x, maps, 1, scorer=_fused(model)),
+        cam._channel_scores(x, maps, 1, scorer=model),
+    )
+
+
+def test_folding_never_disturbs_other_threads():
+    # torch.fx tracing would patch nn.Module.__call__ for every thread; our copy-and-fold must
+    # leave forward passes and hook (de)registrations of other threads alone.
+    torch.manual_seed(0)
+    model = _with_batchnorm_statistics(timm.create_model("resnet18", num_classes=9).eval())
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = model(x)
+    stop, errors = threading.Event(), []
+
+    def other_thread() -> None:
+        try:
+            while not stop.is_set():
+                handle = model.layer1.register_forward_hook(lambda *_: None)
+                with torch.no_grad():
+                    got = model(x)
+                handle.remove()
+                if not torch.equal(got, want):
+                    errors.append("changed output")
+        except Exception as error:  # reported below, with its type
+            errors.append(repr(error))
+
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    try:
+        for _ in range(20):
+            assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in _fused(model).modules())
+    finally:
+        stop.set()
+        worker.join()
+    assert errors == []
 
 
 def test_fast_close_to_exact():
