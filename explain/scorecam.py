@@ -20,7 +20,7 @@ low-resolution maps, rounded to 2^-20: constant channels (dead ReLU channels are
 ``layer4``) all give the all-zero mask, and channels active in a single cell give one of
 ``h * w`` one-hot masks. The masked passes run on a copy of the model whose BatchNorm layers
 are folded into the convolutions they follow (``torch.nn.utils.fusion.fuse_conv_bn_eval``), kept
-only if its logits match the model's on the first masked batch; the caller's model is never
+only if its logits match the model's on the first masked image; the caller's model is never
 touched. Both change the result only by float rounding. (``torch.fx`` fusion is not used: its
 tracer patches ``nn.Module.__call__`` for every thread, which would break forward passes that
 other threads run on the same model meanwhile.)
