@@ -200,17 +200,14 @@ def run(args: argparse.Namespace) -> dict:
             pin_memory=pin,
             persistent_workers=workers > 0,
         )
-        results["ours"] = measure(
-            model,
-            ours_loader,
-            device,
-            dtype=torch.bfloat16,
-            channels_last=True,
-            scaler=None,
-            steps=args.steps,
-            seconds=args.seconds,
-            augment=augment,
-        )
+        ours_setup = {
+            "dtype": torch.bfloat16,
+            "channels_last": True,
+            "scaler": None,
+            "steps": args.steps,
+            "augment": augment,
+        }
+        results["ours"] = measure(model, ours_loader, device, seconds=args.seconds, **ours_setup)
         results["ours"] |= {
             "batch_size": args.batch_ours,
             "precision": "bf16",
@@ -218,16 +215,9 @@ def run(args: argparse.Namespace) -> dict:
             "compile": args.compile,
         }
         (pixels, factors), y = next(iter(ours_loader))
+        on_device = [((pixels.to(device), factors.to(device)), y.to(device))]
         results["ours_compute_only"] = measure(
-            model,
-            [((pixels.to(device), factors.to(device)), y.to(device))],
-            device,
-            dtype=torch.bfloat16,
-            channels_last=True,
-            scaler=None,
-            steps=args.steps,
-            seconds=args.seconds / 2,
-            augment=augment,
+            model, on_device, device, seconds=args.seconds / 2, **ours_setup
         )
         results["ours_loader_only"] = loader_rate(ours_loader, args.steps, args.seconds / 2)
     results["ratio_ours_vs_study"] = (
