@@ -107,11 +107,21 @@ def latency(model: torch.nn.Module, x: torch.Tensor, repeats: int, slow_peers: b
     print("torch-cam scorecam: not run (it did not finish within 4 minutes in the issue's run)")
 
 
-def fidelity(model: torch.nn.Module, n: int, size: int, device: str, images: Path | None) -> None:
+def fidelity(
+    model: torch.nn.Module,
+    n: int,
+    size: int,
+    device: str,
+    images: Path | None,
+    top_ks: list[int],
+    scales: list[float],
+) -> None:
     """Spearman correlation of fast vs exact Score-CAM over ``n`` SynthDerm images.
 
-    The images are generated (seed 0) unless ``images`` names a folder of them (for machines
-    without the data stack, e.g. a GPU box: ``python -m lesions.synth`` writes one elsewhere).
+    One row per fast-mode setting (``top_ks`` x ``scales``), so the speed/fidelity trade-off is
+    measured on the same images. The images are generated (seed 0) unless ``images`` names a
+    folder of them (for machines without the data stack, e.g. a GPU box: ``python -m
+    lesions.synth`` writes one elsewhere).
     """
     from explain import Explainer, make_method
 
@@ -120,9 +130,12 @@ def fidelity(model: torch.nn.Module, n: int, size: int, device: str, images: Pat
         torch.backends.cuda.matmul.allow_tf32 = False
     cfg = timm.data.resolve_data_config({"input_size": (3, size, size)}, model=model)
     explainer = Explainer(model, [f"c{i}" for i in range(model.num_classes)], cfg)
-    fast = make_method("scorecam", model)
+    settings = [(k, scale) for k in top_ks for scale in scales]
+    fast = {s: make_method("scorecam", model, top_k=s[0], scale=s[1]) for s in settings}
     exact = make_method("scorecam", model, mode="exact", batch_size=128)
-    rhos, t_fast, t_exact = [], [], []
+    rhos: dict[tuple[int, float], list[float]] = {s: [] for s in settings}
+    seconds: dict[tuple[int, float], list[float]] = {s: [] for s in settings}
+    t_exact = []
     with tempfile.TemporaryDirectory() as tmp:
         if images is None:
             from lesions.synth import generate
@@ -135,23 +148,25 @@ def fidelity(model: torch.nn.Module, n: int, size: int, device: str, images: Pat
         for path in paths:
             _, x, _ = explainer.preprocess(path)
             start = time.perf_counter()
-            f = fast(x).heatmaps.cpu()  # .cpu() waits for the GPU, if any
-            t_fast.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            e = exact(x).heatmaps.cpu()
+            e = exact(x).heatmaps.cpu()  # .cpu() waits for the GPU, if any
             t_exact.append(time.perf_counter() - start)
-            rhos.append(spearmanr(f.ravel(), e.ravel()).statistic)
-    rhos_arr = np.asarray(rhos)
-    print(f"fast vs exact Score-CAM over {n} SynthDerm images ({size}px, {device}):")
-    print(
-        f"  Spearman mean {rhos_arr.mean():.3f}, median {np.median(rhos_arr):.3f}, "
-        f"min {rhos_arr.min():.3f}, share >= 0.9: {(rhos_arr >= 0.9).mean():.2f}"
-    )
-    print(
-        f"  median seconds: fast {statistics.median(t_fast):.3f}, "
-        f"exact {statistics.median(t_exact):.3f}"
-    )
-    print("  per image:", " ".join(f"{r:.3f}" for r in rhos_arr))
+            for setting, method in fast.items():
+                start = time.perf_counter()
+                f = method(x).heatmaps.cpu()
+                seconds[setting].append(time.perf_counter() - start)
+                rhos[setting].append(spearmanr(f.ravel(), e.ravel()).statistic)
+    print(f"fast vs exact Score-CAM over {n} SynthDerm images ({size}px, {device}), Spearman:")
+    print("top_k  scale   mean  median    min  >=0.9  median s")
+    for setting in settings:
+        r = np.asarray(rhos[setting])
+        print(
+            f"{setting[0]:5d} {setting[1]:6.2f} {r.mean():6.3f} {np.median(r):7.3f} "
+            f"{r.min():6.3f} {(r >= 0.9).mean():6.2f} {statistics.median(seconds[setting]):9.3f}"
+        )
+    print(f"exact: median {statistics.median(t_exact):.3f} s per image")
+    for setting in settings:
+        print(f"per image, top_k {setting[0]} scale {setting[1]}:")
+        print("  " + " ".join(f"{r:.3f}" for r in rhos[setting]))
 
 
 def main() -> None:
@@ -166,6 +181,12 @@ def main() -> None:
     )
     parser.add_argument("--fidelity", type=int, default=0, help="images for fast-vs-exact")
     parser.add_argument(
+        "--top-k", type=int, nargs="+", default=[48], help="fast-mode top_k values (--fidelity)"
+    )
+    parser.add_argument(
+        "--scale", type=float, nargs="+", default=[0.5], help="fast-mode scales (--fidelity)"
+    )
+    parser.add_argument(
         "--images", type=Path, default=None, help="folder of .jpg for --fidelity (default: new)"
     )
     parser.add_argument("--device", default="cpu")
@@ -179,7 +200,7 @@ def main() -> None:
     else:
         model = timm.create_model(args.model, num_classes=9).eval().to(args.device)
     if args.fidelity:
-        fidelity(model, args.fidelity, args.size, args.device, args.images)
+        fidelity(model, args.fidelity, args.size, args.device, args.images, args.top_k, args.scale)
         return
     x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     latency(model, x.to(args.device), args.repeats, args.slow_peers)
